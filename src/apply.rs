@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use crate::dovecot::Dovecot;
 use crate::plan::Plan;
 use crate::postfix::Postfix;
-use crate::state::{write_atomically, Record, SnippetRecord, StateDir};
+use crate::state::{write_atomically, Copy, Record, SnippetRecord, StateDir, COPIED_FILES};
 
 /// What to do with the Dovecot snippet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,9 @@ pub enum SnippetAction {
     Write(String),
     Delete,
 }
+
+/// Original content to write back instead of postconf calls, for main.cf and master.cf.
+pub type Restore = [Option<Vec<u8>>; 2];
 
 /// The programs and files that a run works on.
 pub struct Target {
@@ -87,9 +90,18 @@ pub struct Changed {
 impl Target {
     /// Applies `plan` and `snippet`, saving `plan.record` on success. `old` is the record
     /// as loaded, put back if anything fails.
-    pub fn execute(&self, plan: &Plan, snippet: &SnippetAction, old: &Record) -> Result<Changed> {
+    ///
+    /// `restore` holds, for main.cf and master.cf in that order, original content to put
+    /// back in place of the plan's postconf calls for that file.
+    pub fn execute(
+        &self,
+        plan: &Plan,
+        snippet: &SnippetAction,
+        old: &Record,
+        restore: &Restore,
+    ) -> Result<Changed> {
         let changed = Changed {
-            postfix: !plan.writes_nothing(),
+            postfix: !plan.writes_nothing() || restore.iter().any(Option::is_some),
             dovecot: *snippet != SnippetAction::Keep,
         };
         if !changed.postfix && !changed.dovecot {
@@ -104,28 +116,82 @@ impl Target {
             Saved::take(&self.dovecot.snippet_path())?,
         ];
         self.state.save(&pending_record(old, &plan.record))?;
-        if let Err(error) = self.write_all(plan, snippet) {
+        if let Err(error) = self.write_all(plan, snippet, restore) {
             return Err(self.roll_back(&saved, old, error));
         }
         self.state.save(&plan.record)?;
+        self.update_copies(&saved[..2], old)?;
         Ok(changed)
     }
 
-    fn write_all(&self, plan: &Plan, snippet: &SnippetAction) -> Result<()> {
+    fn write_all(&self, plan: &Plan, snippet: &SnippetAction, restore: &Restore) -> Result<()> {
         self.write_snippet(snippet)?;
         let postfix = &self.postfix;
-        postfix.set_parameters(&plan.set_parameters)?;
-        postfix.delete_parameters(&plan.delete_parameters)?;
-        postfix.add_entries(&plan.add_entries)?;
-        postfix.set_options(&plan.set_options)?;
-        postfix.delete_options(&plan.delete_options)?;
-        postfix.delete_entries(&plan.delete_entries)?;
-        if !plan.writes_nothing() {
+        match &restore[0] {
+            Some(content) => write_atomically(&postfix.main_cf(), content, 0o644)?,
+            None => {
+                postfix.set_parameters(&plan.set_parameters)?;
+                postfix.delete_parameters(&plan.delete_parameters)?;
+            }
+        }
+        match &restore[1] {
+            Some(content) => write_atomically(&postfix.master_cf(), content, 0o644)?,
+            None => {
+                postfix.add_entries(&plan.add_entries)?;
+                postfix.set_options(&plan.set_options)?;
+                postfix.delete_options(&plan.delete_options)?;
+                postfix.delete_entries(&plan.delete_entries)?;
+            }
+        }
+        if !plan.writes_nothing() || restore.iter().any(Option::is_some) {
             postfix
                 .check()
                 .context("Postfix rejected the new configuration")?;
         }
         Ok(())
+    }
+
+    /// Keeps the copies of main.cf and master.cf current: the original is taken at the
+    /// package's first write, and the applied copy follows each write for as long as
+    /// nobody else changed the file in between. Once somebody did, the copies are
+    /// dropped and removal reverts setting by setting.
+    fn update_copies(&self, saved: &[Saved], old: &Record) -> Result<()> {
+        for (file, name) in saved.iter().zip(COPIED_FILES) {
+            let Some(before) = &file.content else {
+                continue;
+            };
+            let now = fs::read(&file.path)
+                .with_context(|| format!("failed to read {}", file.path.display()))?;
+            let original = self.state.read_copy(Copy::Original, name)?;
+            let applied = self.state.read_copy(Copy::Applied, name)?;
+            match (original, applied) {
+                (None, _) if *old == Record::default() => {
+                    self.state.write_copy(Copy::Original, name, before)?;
+                    self.state.write_copy(Copy::Applied, name, &now)?;
+                }
+                (None, _) => {}
+                (Some(_), Some(applied)) if applied == *before => {
+                    self.state.write_copy(Copy::Applied, name, &now)?;
+                }
+                (Some(_), _) => self.state.remove_copies(name)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the original main.cf and master.cf for those of the two files that are
+    /// still exactly what the package left.
+    pub fn restorable_originals(&self) -> Result<Restore> {
+        let mut restore: Restore = [None, None];
+        for (slot, name) in restore.iter_mut().zip(COPIED_FILES) {
+            let path = self.postfix.config_dir().join(name);
+            let current =
+                fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
+            if self.state.read_copy(Copy::Applied, name)?.as_ref() == Some(&current) {
+                *slot = self.state.read_copy(Copy::Original, name)?;
+            }
+        }
+        Ok(restore)
     }
 
     fn write_snippet(&self, snippet: &SnippetAction) -> Result<()> {

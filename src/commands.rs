@@ -86,7 +86,14 @@ pub fn apply(
     if dry_run {
         return show_diff(&target, &plan, &snippet, out);
     }
-    let changed = target.execute(&plan, &snippet, &record)?;
+    let mut changed = target.execute(&plan, &snippet, &record, &[None, None])?;
+    if record.pending {
+        // An interrupted run may have written settings without reloading anything.
+        changed = Changed {
+            postfix: true,
+            dovecot: true,
+        };
+    }
     store_adopted_answers(store, &answers, &adopted)?;
     report(&plan, changed);
     if locations.reload {
@@ -105,7 +112,7 @@ pub fn remove(locations: &Locations, dry_run: bool, out: &mut dyn Write) -> Resu
             target.state.path().display()
         );
         if !dry_run {
-            target.state.remove()?;
+            target.state.remove_all()?;
         }
         return Ok(());
     }
@@ -124,8 +131,9 @@ pub fn remove(locations: &Locations, dry_run: bool, out: &mut dyn Write) -> Resu
     if dry_run {
         return show_diff(&target, &plan, &snippet, out);
     }
-    let changed = target.execute(&plan, &snippet, &record)?;
-    target.state.remove()?;
+    let restore = target.restorable_originals()?;
+    let changed = target.execute(&plan, &snippet, &record, &restore)?;
+    target.state.remove_all()?;
     report(&plan, changed);
     if locations.reload {
         target.reload(changed);

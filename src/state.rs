@@ -135,13 +135,74 @@ impl StateDir {
 
     /// Deletes the record file, if there is one.
     pub fn remove(&self) -> Result<()> {
-        let path = self.path();
-        match fs::remove_file(&path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("failed to delete {}", path.display()))
-            }
-            _ => Ok(()),
+        remove_if_present(&self.path())
+    }
+
+    /// Deletes the record and every file copy.
+    pub fn remove_all(&self) -> Result<()> {
+        self.remove()?;
+        for file in COPIED_FILES {
+            self.remove_copies(file)?;
         }
+        Ok(())
+    }
+
+    fn copy_path(&self, copy: Copy, file: &str) -> PathBuf {
+        self.dir.join(copy.dir_name()).join(file)
+    }
+
+    /// Returns a copy of a Postfix file, or `None` when there is none.
+    pub fn read_copy(&self, copy: Copy, file: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.copy_path(copy, file);
+        match fs::read(&path) {
+            Ok(content) => Ok(Some(content)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("failed to read {}", path.display())),
+        }
+    }
+
+    pub fn write_copy(&self, copy: Copy, file: &str, content: &[u8]) -> Result<()> {
+        let path = self.copy_path(copy, file);
+        let dir = path.parent().expect("copy paths have a parent");
+        fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        write_atomically(&path, content, 0o600)
+    }
+
+    /// Deletes both copies of a file, once they no longer describe its history.
+    pub fn remove_copies(&self, file: &str) -> Result<()> {
+        remove_if_present(&self.copy_path(Copy::Original, file))?;
+        remove_if_present(&self.copy_path(Copy::Applied, file))
+    }
+}
+
+/// The Postfix files whose copies are kept, so that removing the package can put back
+/// the file the admin had, byte for byte, when nobody else changed it since.
+pub const COPIED_FILES: [&str; 2] = ["main.cf", "master.cf"];
+
+/// Which copy of a Postfix file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copy {
+    /// The file before the package first changed it.
+    Original,
+    /// The file right after the package last changed it.
+    Applied,
+}
+
+impl Copy {
+    fn dir_name(self) -> &'static str {
+        match self {
+            Copy::Original => "original",
+            Copy::Applied => "applied",
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("failed to delete {}", path.display()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -467,3 +467,43 @@ fn status_reports_drift_as_json() {
     assert_eq!(status["certificate"]["key_matches"], true);
     assert_eq!(status["services"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn remove_restores_folded_original() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let mut main = fs::read_to_string(sandbox.main_cf()).unwrap();
+    main.push_str(
+        "smtpd_sender_restrictions =\n    permit_mynetworks,\n    reject_non_fqdn_sender\n",
+    );
+    fs::write(sandbox.main_cf(), &main).unwrap();
+    sandbox.preseed(&[("client_checks", "select", "standard")]);
+    apply_ok(&sandbox);
+    assert!(sandbox
+        .parameter("smtpd_sender_restrictions")
+        .unwrap()
+        .contains("reject_unknown_sender_domain"));
+    sandbox.run_ok(&["remove"]);
+    assert_eq!(fs::read_to_string(sandbox.main_cf()).unwrap(), main);
+}
+
+#[test]
+fn remove_after_unrelated_edit_keeps_it() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    apply_ok(&sandbox);
+    sandbox.set_parameters(&[("message_size_limit", "999")]);
+    sandbox.run_ok(&["remove"]);
+    assert_eq!(
+        sandbox.parameter("message_size_limit").as_deref(),
+        Some("999")
+    );
+    assert_eq!(sandbox.parameter("smtpd_sasl_type"), None);
+    assert_eq!(sandbox.parameter("mua_client_restrictions"), None);
+    let entries = sandbox.postconf(&["-M"]);
+    assert!(!entries.contains("submission"), "{entries}");
+}
