@@ -18,7 +18,7 @@ use crate::plan::Plan;
 use crate::postfix::Postfix;
 use crate::state::{write_atomically, Copy, Record, SnippetRecord, StateDir, COPIED_FILES};
 
-/// What to do with the Dovecot snippet.
+/// An action on the Dovecot snippet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnippetAction {
     Keep,
@@ -80,7 +80,7 @@ impl Saved {
     }
 }
 
-/// What a run changed.
+/// The services whose configuration a run changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Changed {
     pub postfix: bool,
@@ -275,8 +275,8 @@ impl Target {
     }
 }
 
-/// The record saved while writing: the old record with the new changes laid over it, so
-/// that the value before the first write of every setting about to be touched is kept.
+/// Builds the record saved while writing: the old record with the new changes laid over
+/// it, so that the value before the first write of every setting about to be touched is kept.
 fn pending_record(old: &Record, new: &Record) -> Record {
     let mut pending = old.clone();
     pending.pending = true;
@@ -315,8 +315,8 @@ fn reload_service(name: &str, default_instance: bool, other: impl FnOnce() -> Co
 /// Decides what to do with the Dovecot snippet.
 ///
 /// `wanted` is the rendered snippet when the package should provide the listener, `None`
-/// when it should not touch Dovecot. The record's copy tells the package's own file from
-/// one the admin edited.
+/// when it should not touch Dovecot. The record's copy distinguishes the package's own file
+/// from one the admin edited.
 pub fn decide_snippet(
     wanted: Option<&str>,
     existing: Option<&str>,

@@ -19,7 +19,7 @@ use crate::preflight::{self, CertSources};
 use crate::render::{Desired, Inputs, Templates};
 use crate::state::{Record, SnippetRecord, StateDir};
 
-/// Where the program finds everything; the defaults are the installed locations.
+/// The files and directories the program works on. The defaults are the installed locations.
 #[derive(Debug, Clone)]
 pub struct Locations {
     pub postfix_config_dir: PathBuf,
@@ -41,7 +41,7 @@ impl Locations {
     }
 }
 
-/// Where the answers come from: debconf, or anything else that stores them by question.
+/// A store of answers by question name: debconf, or a stand-in for it.
 pub trait AnswerStore {
     fn get(&mut self, question: &'static str) -> Result<String>;
     fn set(&mut self, question: &'static str, value: &str) -> Result<()>;

@@ -30,7 +30,7 @@ pub struct Resolved {
     pub auth_socket: PathBuf,
 }
 
-/// Where automatic certificate paths are looked for.
+/// The places searched for automatic certificate paths.
 #[derive(Debug, Clone)]
 pub struct CertSources {
     /// Let's Encrypt's live directory, normally /etc/letsencrypt/live.

@@ -72,7 +72,7 @@ impl Default for Record {
 }
 
 impl Record {
-    /// Tells whether the record holds no change at all.
+    /// Tells whether the record contains no change at all.
     pub fn is_empty(&self) -> bool {
         self.parameters.is_empty()
             && self.entries.is_empty()
@@ -81,7 +81,7 @@ impl Record {
     }
 }
 
-/// The directory that holds the record.
+/// The directory that contains the record.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
@@ -179,7 +179,7 @@ impl StateDir {
 /// the file the admin had, byte for byte, when nobody else changed it since.
 pub const COPIED_FILES: [&str; 2] = ["main.cf", "master.cf"];
 
-/// Which copy of a Postfix file.
+/// The kind of copy kept of a Postfix file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Copy {
     /// The file before the package first changed it.
