@@ -70,6 +70,21 @@ fn apply_configures_submission() {
         options.contains("submission/inet/smtpd_sasl_auth_enable = yes"),
         "{options}"
     );
+    // Every restriction list is replaced on the submission ports, so no port-25 check can
+    // turn away a logged-in user.
+    for list in ["client", "helo", "sender", "relay", "recipient"] {
+        for service in ["submission", "submissions"] {
+            let line =
+                format!("{service}/inet/smtpd_{list}_restrictions = $mua_{list}_restrictions");
+            assert!(options.contains(&line), "{line} missing:\n{options}");
+        }
+        let name = format!("mua_{list}_restrictions");
+        let mua = sandbox.parameter(&name).unwrap_or_default();
+        assert!(
+            mua.ends_with("permit_sasl_authenticated, reject"),
+            "{name} = {mua}"
+        );
+    }
     let snippet = fs::read_to_string(sandbox.snippet()).unwrap();
     assert!(
         snippet.contains("unix_listener /var/spool/postfix/private/auth"),
