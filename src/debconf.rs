@@ -756,11 +756,15 @@ fn exec_frontend(frontend: &Path) -> Error {
         program.display(),
         frontend.display()
     );
+    // The program only reads and stores answers and never displays a question, so an
+    // interactive frontend would only print warnings about a missing terminal or dialog.
+    let display = env::var_os("DEBIAN_FRONTEND").unwrap_or_else(|| "noninteractive".into());
     let source = Command::new(frontend)
         .arg(&program)
         .args(env::args_os().skip(1))
         .env("DEBCONF_PACKAGE", PACKAGE_NAME)
         .env("PERL_DL_NONLAZY", "1")
+        .env("DEBIAN_FRONTEND", display)
         .env(OUTPUT_FD_VAR, output_fd.to_string())
         .env_remove("DEBCONF_REDIR")
         .exec();
