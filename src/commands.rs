@@ -56,6 +56,11 @@ pub fn apply(
 ) -> Result<()> {
     let answers = Answers::from_raw(|q| store.get(q))??;
     let target = locations.target();
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(target.state.lock()?)
+    };
     let templates = Templates::load(&locations.templates_dir)?;
     let sources = CertSources {
         letsencrypt_live: locations.letsencrypt_live.clone(),
@@ -105,6 +110,11 @@ pub fn apply(
 /// Reverts every change the record holds, and deletes the record.
 pub fn remove(locations: &Locations, dry_run: bool, out: &mut dyn Write) -> Result<()> {
     let target = locations.target();
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(target.state.lock()?)
+    };
     let record = target.state.load()?;
     if record.is_empty() {
         log::info!(

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::answers::Answers;
 
 pub const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "lock";
 const FORMAT: u32 = 1;
 
 /// A main.cf parameter or master.cf `-o` option that was written.
@@ -131,6 +132,32 @@ impl StateDir {
         let mut text = serde_json::to_string_pretty(record).expect("record serializes");
         text.push('\n');
         write_atomically(&path, text.as_bytes(), 0o644)
+    }
+
+    /// Takes the lock that keeps two runs from writing at the same time; it is held until
+    /// the returned value is dropped.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>> {
+        use nix::fcntl::{Flock, FlockArg};
+
+        fs::create_dir_all(&self.dir)
+            .with_context(|| format!("failed to create {}", self.dir.display()))?;
+        let path = self.dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("failed to open {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+                "another postfix-submission run holds {}; wait for it to finish and try again",
+                path.display()
+            ),
+            Err((_, errno)) => {
+                Err(errno).with_context(|| format!("failed to lock {}", path.display()))
+            }
+        }
     }
 
     /// Deletes the record file, if there is one.
@@ -258,6 +285,20 @@ mod tests {
         state.remove().unwrap();
         assert!(state.load().unwrap().is_empty());
         state.remove().unwrap();
+    }
+
+    #[test]
+    fn second_lock_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let first = state.lock().unwrap();
+        let err = state.lock().unwrap_err();
+        assert!(
+            err.to_string().contains("another postfix-submission run"),
+            "{err}"
+        );
+        drop(first);
+        assert!(state.lock().is_ok());
     }
 
     #[test]
