@@ -76,10 +76,16 @@ pub fn apply(
         version,
         &resolved.auth_socket,
     );
-    let desired = templates.desired(&inputs)?;
-    let before = render_before(&record, &templates, &target.postfix, &sources, version);
     let current = read_current(&target.postfix)?;
+    let mut notices = Vec::new();
+    let mut desired = templates.desired(&inputs)?;
+    plan::use_existing_entries(&mut desired, &current, &record, &mut notices);
+    let mut before = render_before(&record, &templates, &target.postfix, &sources, version);
+    if let Some(before) = before.as_mut() {
+        plan::use_existing_entries(before, &current, &record, &mut Vec::new());
+    }
     let mut plan = plan::compute(&desired, before.as_ref(), &current, &record);
+    plan.notices.splice(0..0, notices);
 
     let snippet = plan_snippet(&answers, &inputs, &templates, &target, &record, &mut plan)?;
     let adopted = adopt_kept_edits(&answers, &plan.kept_edits);

@@ -183,6 +183,65 @@ fn same_option(a: &str, b: &str) -> bool {
     a == b
 }
 
+/// Other names of each service's port in master.cf: the port number, and the names that
+/// /etc/services (Debian's netbase) gives port 465 besides `submissions`.
+fn service_aliases(service: &str) -> &'static [&'static str] {
+    match service {
+        "submission" => &["587"],
+        "submissions" => &["smtps", "ssmtp", "465"],
+        _ => &[],
+    }
+}
+
+/// Points each wanted entry at the admin's existing entry for the same port, such as
+/// `smtps inet` for `submissions inet`, so that the package reuses it instead of adding a
+/// second listener on the port. Entries bound to one address (`127.0.0.1:submission`) are
+/// only reported, since they listen on fewer addresses than the package's entry would.
+pub fn use_existing_entries(
+    desired: &mut Desired,
+    current: &Current,
+    record: &Record,
+    notices: &mut Vec<String>,
+) {
+    let keys: Vec<String> = desired.entries.keys().cloned().collect();
+    for key in keys {
+        let Some((service, kind)) = key.split_once('/') else {
+            continue;
+        };
+        if current.entries.contains_key(&key) || record.entries.contains_key(&key) {
+            continue;
+        }
+        let aliases = service_aliases(service)
+            .iter()
+            .map(|alias| format!("{alias}/{kind}"));
+        let existing = aliases
+            .into_iter()
+            .find(|alias| current.entries.contains_key(alias));
+        if let Some(alias) = existing {
+            let entry = desired
+                .entries
+                .remove(&key)
+                .expect("key taken from the map");
+            desired.entries.insert(alias, entry);
+            continue;
+        }
+        let mut names = vec![service];
+        names.extend(service_aliases(service));
+        for existing in current.entries.keys() {
+            let Some((name, existing_kind)) = existing.split_once('/') else {
+                continue;
+            };
+            let bound = name.rsplit_once(':').map(|(_, port)| port);
+            if existing_kind == kind && bound.is_some_and(|port| names.contains(&port)) {
+                notices.push(format!(
+                    "master.cf already has {existing}, which listens on the port of {key} on \
+                     one address; remove it, or Postfix cannot listen on both"
+                ));
+            }
+        }
+    }
+}
+
 /// Computes the plan. `before` is what the answers of the last run render to with the
 /// current templates, `None` on a first run.
 pub fn compute(
@@ -641,6 +700,38 @@ mod tests {
         apply(&removal, &want, &mut now);
         assert_eq!(now.entries["submission/inet"].options.len(), 2);
         assert_eq!(now.entries["submission/inet"].options["milter"], "x");
+    }
+
+    #[test]
+    fn existing_smtps_entry_reused() {
+        let mut want = desired(&[], &[("submissions/inet", &[("a", "1")])]);
+        let now = current(&[], &[("smtps/inet", &[("milter", "x")])]);
+        let mut notices = Vec::new();
+        use_existing_entries(&mut want, &now, &Record::default(), &mut notices);
+        assert!(want.entries.contains_key("smtps/inet"));
+        assert!(!want.entries.contains_key("submissions/inet"));
+        let plan = compute(&want, None, &now, &Record::default());
+        assert!(plan.add_entries.is_empty());
+        assert_eq!(
+            plan.set_options,
+            vec![("smtps/inet/a".to_string(), "1".to_string())]
+        );
+        assert!(notices.is_empty());
+    }
+
+    #[test]
+    fn address_bound_entry_reported() {
+        let mut want = desired(&[], &[("submission/inet", &[])]);
+        let now = current(&[], &[("127.0.0.1:submission/inet", &[])]);
+        let mut notices = Vec::new();
+        use_existing_entries(&mut want, &now, &Record::default(), &mut notices);
+        assert!(want.entries.contains_key("submission/inet"));
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        assert!(
+            notices[0].contains("127.0.0.1:submission/inet"),
+            "{}",
+            notices[0]
+        );
     }
 
     #[test]

@@ -522,3 +522,30 @@ fn remove_after_unrelated_edit_keeps_it() {
     let entries = sandbox.postconf(&["-M"]);
     assert!(!entries.contains("submission"), "{entries}");
 }
+
+#[test]
+fn admin_smtps_entry_reused_for_port_465() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.postconf(&[
+        "-M",
+        "smtps/inet=smtps inet n - y - - smtpd -o smtpd_tls_wrappermode=yes",
+    ]);
+    apply_ok(&sandbox);
+    let entries = sandbox.postconf(&["-M"]);
+    assert!(!entries.contains("submissions "), "{entries}");
+    assert_eq!(
+        entries.lines().filter(|l| l.starts_with("smtps ")).count(),
+        1,
+        "{entries}"
+    );
+    let options = sandbox.postconf(&["-P"]);
+    assert!(
+        options.contains("smtps/inet/smtpd_sasl_auth_enable = yes"),
+        "{options}"
+    );
+    let second = apply_ok(&sandbox);
+    assert!(second.contains("up to date"), "{second}");
+}
