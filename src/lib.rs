@@ -8,6 +8,7 @@
 
 pub mod answers;
 pub mod apply;
+pub mod cli;
 pub mod commands;
 pub mod debconf;
 pub mod dovecot;
