@@ -368,6 +368,7 @@ mod tests {
             Change {
                 original: Some("x".into()),
                 applied: "y".into(),
+                written: true,
             },
         );
         let mut new = Record::default();
@@ -376,6 +377,7 @@ mod tests {
             Change {
                 original: None,
                 applied: "z".into(),
+                written: true,
             },
         );
         let pending = pending_record(&old, &new);

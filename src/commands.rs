@@ -76,7 +76,7 @@ pub fn apply(
         version,
         &resolved.auth_socket,
     );
-    let current = read_current(&target.postfix)?;
+    let current = read_current(&target.postfix, &record)?;
     let mut notices = Vec::new();
     let mut desired = templates.desired(&inputs)?;
     plan::use_existing_entries(&mut desired, &current, &record, &mut notices);
@@ -132,7 +132,7 @@ pub fn remove(locations: &Locations, dry_run: bool, out: &mut dyn Write) -> Resu
         }
         return Ok(());
     }
-    let current = read_current(&target.postfix)?;
+    let current = read_current(&target.postfix, &record)?;
     let mut plan = plan::compute(&Desired::default(), None, &current, &record);
     let existing = target.dovecot.read_snippet()?;
     let snippet = if existing.is_some() && record.dovecot_snippet.is_some() {
@@ -157,9 +157,23 @@ pub fn remove(locations: &Locations, dry_run: bool, out: &mut dyn Write) -> Resu
     Ok(())
 }
 
-fn read_current(postfix: &Postfix) -> Result<Current> {
+/// Reads main.cf and master.cf. `postconf -n` leaves out parameters that nothing uses,
+/// such as the package's mua_* lists once their services are gone, so the parameters in
+/// the record that it did not list are looked up in main.cf itself.
+fn read_current(postfix: &Postfix, record: &Record) -> Result<Current> {
+    let mut parameters = postfix.explicit_parameters()?;
+    let unlisted: Vec<&str> = record
+        .parameters
+        .keys()
+        .filter(|name| !parameters.contains_key(*name))
+        .map(String::as_str)
+        .collect();
+    if !unlisted.is_empty() {
+        parameters.extend(postfix.unused_parameters(&unlisted)?);
+    }
     Ok(Current {
-        parameters: postfix.explicit_parameters()?,
+        parameters,
+        defaults: postfix.default_parameters()?,
         entries: postfix.master_entries()?,
     })
 }

@@ -22,6 +22,8 @@ use crate::state::{Change, EntryRecord, Record};
 #[derive(Debug, Clone, Default)]
 pub struct Current {
     pub parameters: BTreeMap<String, String>,
+    /// Postfix's defaults (`postconf -d`), which an unset parameter has.
+    pub defaults: BTreeMap<String, String>,
     pub entries: BTreeMap<String, MasterEntry>,
 }
 
@@ -79,17 +81,30 @@ struct Setting<'a> {
     /// when unknown (first run) or when the setting was not rendered then.
     wanted_before: Option<&'a str>,
     current: Option<&'a str>,
+    /// The value Postfix uses when the setting is unset (`postconf -d`).
+    default: Option<&'a str>,
     record: Option<&'a Change>,
     pending: bool,
     compare: fn(&str, &str) -> bool,
+    /// Tells whether a current value (first argument) already gives what the wanted value
+    /// (second) asks for, such as a stronger TLS level; such a value is not rewritten.
+    satisfies: fn(&str, &str) -> bool,
 }
 
 impl Setting<'_> {
+    /// Compares two values, an unset one counting as the default.
     fn same(&self, a: Option<&str>, b: Option<&str>) -> bool {
-        match (a, b) {
+        match (a.or(self.default), b.or(self.default)) {
             (Some(a), Some(b)) => (self.compare)(a, b),
             (None, None) => true,
             _ => false,
+        }
+    }
+
+    fn current_satisfies(&self, wanted: &str) -> bool {
+        match self.current.or(self.default) {
+            Some(current) => (self.compare)(current, wanted) || (self.satisfies)(current, wanted),
+            None => false,
         }
     }
 
@@ -105,19 +120,21 @@ impl Setting<'_> {
         match (self.wanted, self.record) {
             (None, None) => (Decision::Keep, None),
             (Some(wanted), None) => {
+                let decision = self.write_if_needed(wanted);
                 let change = Change {
                     original: self.current.map(String::from),
                     applied: wanted.into(),
+                    written: decision != Decision::Keep,
                 };
-                (self.write_if_different(wanted), Some(change))
+                (decision, Some(change))
             }
             (Some(wanted), Some(change)) => self.decide_wanted(wanted, change, plan),
             (None, Some(change)) => (self.decide_revert(change, plan), None),
         }
     }
 
-    fn write_if_different(&self, wanted: &str) -> Decision {
-        if self.same(self.current, Some(wanted)) {
+    fn write_if_needed(&self, wanted: &str) -> Decision {
+        if self.current_satisfies(wanted) {
             Decision::Keep
         } else {
             Decision::Write(wanted.to_string())
@@ -134,9 +151,22 @@ impl Setting<'_> {
         let answer_changed = self
             .wanted_before
             .is_some_and(|before| !(self.compare)(before, wanted));
-        if !self.hand_edited(change) || answer_changed || self.same(self.current, Some(wanted)) {
+        let hand_edited = self.hand_edited(change);
+        if !hand_edited || answer_changed || self.current_satisfies(wanted) {
+            let mut decision = self.write_if_needed(wanted);
+            // Going back to the default of a setting that was unset before the package
+            // wrote it unsets it again, instead of writing the default out.
+            let wanted_is_default = self.default.is_some_and(|d| (self.compare)(d, wanted));
+            if decision != Decision::Keep && wanted_is_default && change.original.is_none() {
+                decision = Decision::Delete;
+            }
             kept.applied = wanted.to_string();
-            return (self.write_if_different(wanted), Some(kept));
+            // A value the package did not write stays the admin's: removal leaves it.
+            kept.written = match decision {
+                Decision::Keep => change.written && !hand_edited,
+                _ => true,
+            };
+            return (decision, Some(kept));
         }
         plan.notices.push(format!(
             "kept the hand-edited {} = {}; the package would set {}",
@@ -152,6 +182,9 @@ impl Setting<'_> {
     }
 
     fn decide_revert(&self, change: &Change, plan: &mut Plan) -> Decision {
+        if !change.written {
+            return Decision::Keep;
+        }
         if self.hand_edited(change) {
             plan.notices.push(format!(
                 "left the hand-edited {} = {} in place instead of restoring its earlier value",
@@ -163,7 +196,7 @@ impl Setting<'_> {
         match (&change.original, self.current) {
             (None, None) => Decision::Keep,
             (None, Some(_)) => Decision::Delete,
-            (Some(original), _) if self.same(self.current, Some(original)) => Decision::Keep,
+            (Some(original), Some(current)) if (self.compare)(current, original) => Decision::Keep,
             (Some(original), _) => Decision::Write(original.clone()),
         }
     }
@@ -177,6 +210,43 @@ pub fn same_parameter(name: &str) -> fn(&str, &str) -> bool {
     } else {
         |a, b| a.trim() == b.trim()
     }
+}
+
+/// Returns the check that a current value already satisfies the wanted one, for the
+/// settings where the admin's value may be stricter than the package's.
+fn satisfies_parameter(name: &str) -> fn(&str, &str) -> bool {
+    match name {
+        "smtpd_tls_security_level" | "smtp_tls_security_level" => tls_level_at_least,
+        "smtpd_relay_restrictions" => relay_restrictions_safe,
+        _ => |_, _| false,
+    }
+}
+
+/// Ranks TLS security levels: none, then may, then every mandatory level (encrypt, dane,
+/// verify, secure and the rest), which the package never lowers.
+fn tls_level_rank(level: &str) -> u8 {
+    match level.trim() {
+        "" | "none" => 0,
+        "may" => 1,
+        _ => 2,
+    }
+}
+
+fn tls_level_at_least(current: &str, wanted: &str) -> bool {
+    tls_level_rank(current) >= tls_level_rank(wanted)
+}
+
+/// Accepts the admin's own relay restrictions when they already permit logged-in users
+/// before refusing other destinations, and permit nobody else unconditionally; such a
+/// list (with a policy service, say) is left alone.
+fn relay_restrictions_safe(current: &str, _wanted: &str) -> bool {
+    let items = split_list(current);
+    let refusal = items
+        .iter()
+        .position(|i| *i == "reject_unauth_destination" || *i == "defer_unauth_destination");
+    let Some(refusal) = refusal else { return false };
+    let before = &items[..refusal];
+    before.contains(&"permit_sasl_authenticated") && !before.contains(&"permit")
 }
 
 fn same_option(a: &str, b: &str) -> bool {
@@ -280,9 +350,11 @@ fn plan_parameters(
                 .and_then(|b| b.parameters.get(name))
                 .map(String::as_str),
             current: current.parameters.get(name).map(String::as_str),
+            default: current.defaults.get(name).map(String::as_str),
             record: record.parameters.get(name),
             pending: record.pending,
             compare: same_parameter(name),
+            satisfies: satisfies_parameter(name),
         };
         let (decision, change) = setting.decide(plan);
         match decision {
@@ -365,6 +437,7 @@ fn plan_missing_entry(
         let change = Change {
             original: None,
             applied: value.clone(),
+            written: true,
         };
         plan.record.options.insert(format!("{key}/{name}"), change);
     }
@@ -422,9 +495,11 @@ fn plan_options(
             wanted: wanted.get(name).copied(),
             wanted_before: wanted_before.get(name).copied(),
             current: existing.options.get(name).map(String::as_str),
+            default: None,
             record: record.options.get(&full),
             pending: record.pending,
             compare: same_option,
+            satisfies: |_, _| false,
         };
         let (decision, change) = setting.decide(plan);
         match decision {
@@ -467,6 +542,7 @@ mod tests {
 
     fn current(parameters: &[(&str, &str)], entries: &[(&str, &[(&str, &str)])]) -> Current {
         Current {
+            defaults: BTreeMap::new(),
             parameters: parameters
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -700,6 +776,105 @@ mod tests {
         apply(&removal, &want, &mut now);
         assert_eq!(now.entries["submission/inet"].options.len(), 2);
         assert_eq!(now.entries["submission/inet"].options["milter"], "x");
+    }
+
+    #[test]
+    fn stronger_tls_level_never_lowered() {
+        let want = desired(&[("smtp_tls_security_level", "may")], &[]);
+        let now = current(&[("smtp_tls_security_level", "dane")], &[]);
+        let plan = compute(&want, None, &now, &Record::default());
+        assert!(plan.writes_nothing(), "{plan:?}");
+        let weaker = current(&[("smtp_tls_security_level", "none")], &[]);
+        let plan = compute(&want, None, &weaker, &Record::default());
+        assert_eq!(plan.set_parameters.len(), 1);
+    }
+
+    #[test]
+    fn admin_relay_policy_kept() {
+        let want = desired(
+            &[(
+                "smtpd_relay_restrictions",
+                "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+            )],
+            &[],
+        );
+        let policy = "permit_mynetworks, permit_sasl_authenticated, check_policy_service unix:private/policy, reject_unauth_destination";
+        let now = current(&[("smtpd_relay_restrictions", policy)], &[]);
+        assert!(compute(&want, None, &now, &Record::default()).writes_nothing());
+        let open_relay = current(
+            &[(
+                "smtpd_relay_restrictions",
+                "permit, reject_unauth_destination",
+            )],
+            &[],
+        );
+        assert_eq!(
+            compute(&want, None, &open_relay, &Record::default())
+                .set_parameters
+                .len(),
+            1
+        );
+        let no_sasl = current(
+            &[(
+                "smtpd_relay_restrictions",
+                "permit_mynetworks, reject_unauth_destination",
+            )],
+            &[],
+        );
+        assert_eq!(
+            compute(&want, None, &no_sasl, &Record::default())
+                .set_parameters
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn unset_counts_as_default() {
+        let want = desired(&[("smtpd_sasl_auth_enable", "no")], &[]);
+        let mut now = current(&[], &[]);
+        now.defaults
+            .insert("smtpd_sasl_auth_enable".into(), "no".into());
+        let plan = compute(&want, None, &now, &Record::default());
+        assert!(plan.writes_nothing(), "{plan:?}");
+        now.parameters
+            .insert("smtpd_sasl_auth_enable".into(), "yes".into());
+        let plan = compute(&want, None, &now, &Record::default());
+        assert_eq!(
+            plan.set_parameters,
+            vec![("smtpd_sasl_auth_enable".to_string(), "no".to_string())]
+        );
+    }
+
+    #[test]
+    fn value_found_in_place_survives_removal() {
+        // The answer is automatic and follows the current certificate, which the admin
+        // changes: the package never wrote it, so removal must not put back the old one.
+        let old = desired(&[("cert", "/old.pem")], &[]);
+        let mut now = current(&[("cert", "/old.pem")], &[]);
+        let first = compute(&old, None, &now, &Record::default());
+        assert!(first.writes_nothing());
+        now.parameters.insert("cert".into(), "/new.pem".into());
+        let new = desired(&[("cert", "/new.pem")], &[]);
+        let second = compute(&new, Some(&new), &now, &first.record);
+        assert!(second.writes_nothing());
+        let removal = compute(&Desired::default(), None, &now, &second.record);
+        assert!(removal.writes_nothing(), "{removal:?}");
+    }
+
+    #[test]
+    fn adopted_hand_edit_survives_removal() {
+        let want = desired(&[("cert", "/a.pem")], &[]);
+        let mut now = current(&[("cert", "/orig.pem")], &[]);
+        let first = compute(&want, None, &now, &Record::default());
+        apply(&first, &want, &mut now);
+        now.parameters.insert("cert".into(), "/hand.pem".into());
+        // The answer adopts the hand value, so the next run wants it too.
+        let adopted = desired(&[("cert", "/hand.pem")], &[]);
+        let second = compute(&adopted, Some(&adopted), &now, &first.record);
+        assert!(second.writes_nothing());
+        let removal = compute(&Desired::default(), None, &now, &second.record);
+        assert!(removal.writes_nothing(), "{removal:?}");
     }
 
     #[test]

@@ -115,6 +115,24 @@ impl Postfix {
         Ok(parse_parameters(&self.postconf(&["-n"])?))
     }
 
+    /// Returns Postfix's default value of every parameter (`postconf -d`).
+    pub fn default_parameters(&self) -> Result<BTreeMap<String, String>> {
+        Ok(parse_parameters(&self.postconf(&["-d"])?))
+    }
+
+    /// Returns those of `names` that main.cf sets although no setting refers to them, which
+    /// `postconf -n` does not list. main.cf is only read here, never written.
+    pub fn unused_parameters(&self, names: &[&str]) -> Result<BTreeMap<String, String>> {
+        let path = self.main_cf();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let all = parse_main_cf(&text);
+        Ok(all
+            .into_iter()
+            .filter(|(name, _)| names.contains(&name.as_str()))
+            .collect())
+    }
+
     /// Returns a parameter's value as Postfix uses it, its default when unset, unexpanded.
     pub fn parameter(&self, name: &str) -> Result<String> {
         Ok(self
@@ -274,6 +292,36 @@ pub fn parse_parameters(text: &str) -> BTreeMap<String, String> {
     parameters
 }
 
+/// Parses main.cf as Postfix reads it: `name = value` lines, continued on lines that start
+/// with whitespace, with comment and blank lines skipped; a later setting wins.
+fn parse_main_cf(text: &str) -> BTreeMap<String, String> {
+    let mut parameters = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if line.starts_with(char::is_whitespace) {
+            if let Some((_, value)) = current.as_mut() {
+                value.push(' ');
+                value.push_str(trimmed);
+            }
+            continue;
+        }
+        if let Some((name, value)) = current.take() {
+            parameters.insert(name, value);
+        }
+        if let Some((name, value)) = line.split_once('=') {
+            current = Some((name.trim().to_string(), value.trim().to_string()));
+        }
+    }
+    if let Some((name, value)) = current {
+        parameters.insert(name, value);
+    }
+    parameters
+}
+
 /// Parses `postconf -M` (one entry a line) and `postconf -P` (`service/type/name = value`).
 fn parse_master(entries: &str, options: &str) -> Result<BTreeMap<String, MasterEntry>> {
     let mut parsed = BTreeMap::new();
@@ -371,6 +419,15 @@ mod tests {
         assert_eq!(parsed["smtp/inet"].options.len(), 0);
         assert!(parsed["maildrop/unix"].fields.ends_with("-d ${recipient}"));
         assert_eq!(parsed["relay/unix"].options.len(), 1);
+    }
+
+    #[test]
+    fn main_cf_parse_joins_continuations() {
+        let text = "# comment\na = 1\nb = x,\n    y\n\n  # indented comment\nc =\na = 2\n";
+        let parsed = parse_main_cf(text);
+        assert_eq!(parsed["a"], "2");
+        assert_eq!(parsed["b"], "x, y");
+        assert_eq!(parsed["c"], "");
     }
 
     #[test]

@@ -322,7 +322,7 @@ mod tests {
             "hash:/etc/postfix/sender_login"
         );
         assert!(p["mua_sender_restrictions"].starts_with("reject_sender_login_mismatch"));
-        assert!(!p.contains_key("smtpd_sasl_auth_enable"));
+        assert_eq!(p["smtpd_sasl_auth_enable"], "no");
         let submission = &desired.entries["submission/inet"];
         assert_eq!(submission.fields, "submission inet n - y - - smtpd");
         let options: BTreeMap<_, _> = submission.options.iter().cloned().collect();

@@ -24,8 +24,12 @@ const FORMAT: u32 = 1;
 pub struct Change {
     /// The value before the first write; `None` when it was not set.
     pub original: Option<String>,
-    /// The value last written.
+    /// The value last applied: written, or found already in place.
     pub applied: String,
+    /// True when the value in the file is the package's own write. A value the package
+    /// found in place, or adopted from a hand edit, is the admin's and survives removal.
+    #[serde(default)]
+    pub written: bool,
 }
 
 /// A master.cf entry that the package manages.
@@ -275,6 +279,7 @@ mod tests {
             Change {
                 original: None,
                 applied: "dovecot".into(),
+                written: true,
             },
         );
         record

@@ -549,3 +549,96 @@ fn admin_smtps_entry_reused_for_port_465() {
     let second = apply_ok(&sandbox);
     assert!(second.contains("up to date"), "{second}");
 }
+
+#[test]
+fn stricter_outbound_tls_kept() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.set_parameters(&[("smtp_tls_security_level", "encrypt")]);
+    apply_ok(&sandbox);
+    assert_eq!(
+        sandbox.parameter("smtp_tls_security_level").as_deref(),
+        Some("encrypt")
+    );
+    sandbox.run_ok(&["remove"]);
+    assert_eq!(
+        sandbox.parameter("smtp_tls_security_level").as_deref(),
+        Some("encrypt")
+    );
+}
+
+#[test]
+fn admin_relay_policy_kept() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let policy = "permit_mynetworks, permit_sasl_authenticated, \
+                  check_policy_service unix:private/policy, reject_unauth_destination";
+    sandbox.set_parameters(&[("smtpd_relay_restrictions", policy)]);
+    apply_ok(&sandbox);
+    assert_eq!(
+        sandbox.parameter("smtpd_relay_restrictions").as_deref(),
+        Some(policy)
+    );
+}
+
+#[test]
+fn auth_on_port_25_false_turns_it_off() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.set_parameters(&[("smtpd_sasl_auth_enable", "yes")]);
+    sandbox.preseed(&[("auth_on_port_25", "boolean", "false")]);
+    apply_ok(&sandbox);
+    assert_eq!(
+        sandbox.parameter("smtpd_sasl_auth_enable").as_deref(),
+        Some("no")
+    );
+    sandbox.run_ok(&["remove"]);
+    assert_eq!(
+        sandbox.parameter("smtpd_sasl_auth_enable").as_deref(),
+        Some("yes")
+    );
+}
+
+#[test]
+fn automatic_certificate_change_survives_remove() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    apply_ok(&sandbox);
+    sandbox.make_certificate("new", "new-key");
+    let cert = sandbox.path("tls/new.pem").display().to_string();
+    let key = sandbox.path("tls/new-key.pem").display().to_string();
+    sandbox.set_parameters(&[("smtpd_tls_cert_file", &cert), ("smtpd_tls_key_file", &key)]);
+    apply_ok(&sandbox);
+    sandbox.run_ok(&["remove"]);
+    assert_eq!(
+        sandbox.parameter("smtpd_tls_cert_file").as_deref(),
+        Some(cert.as_str())
+    );
+    assert_eq!(
+        sandbox.parameter("smtpd_tls_key_file").as_deref(),
+        Some(key.as_str())
+    );
+}
+
+#[test]
+fn unused_mua_parameters_removed() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    apply_ok(&sandbox);
+    // Without the entries that refer to them, postconf -n no longer lists mua_*.
+    sandbox.postconf(&["-MX", "submission/inet", "submissions/inet"]);
+    sandbox.set_parameters(&[("message_size_limit", "20000000")]);
+    sandbox.run_ok(&["remove"]);
+    let main = fs::read_to_string(sandbox.main_cf()).unwrap();
+    assert!(!main.contains("mua_"), "{main}");
+}
