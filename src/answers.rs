@@ -138,9 +138,10 @@ impl AnswerError {
 /// Tells the admin how to change the answer to `question`, interactively or by preseeding.
 pub fn fix_hint(question: &str) -> String {
     format!(
-        "run 'dpkg-reconfigure {PACKAGE}', or preseed a valid value with \
-         'echo \"{PACKAGE} {question} {} VALUE\" | debconf-set-selections' \
-         and run 'dpkg-reconfigure -fnoninteractive {PACKAGE}'",
+        "set a valid answer with \
+         'echo \"{PACKAGE} {question} {} VALUE\" | debconf-set-selections', then run \
+         'dpkg --configure -a' if the installation stopped here, or else \
+         'dpkg-reconfigure {PACKAGE}' (add -fnoninteractive to keep the new answer)",
         question_type(question)
     )
 }
@@ -233,7 +234,9 @@ fn parse_services(value: &str) -> Result<BTreeSet<Service>, AnswerError> {
 
 fn parse_path(question: &'static str, value: &str) -> Result<String, AnswerError> {
     let path = value.trim();
-    if path.is_empty() || path.starts_with('/') {
+    // A path may start with a $name reference, such as $config_directory/cert.pem, which
+    // Postfix expands; the preflight checks the expanded path.
+    if path.is_empty() || path.starts_with('/') || path.starts_with('$') {
         return Ok(path.to_string());
     }
     Err(AnswerError::new(
@@ -260,6 +263,14 @@ fn parse_maps(value: &str) -> Result<String, AnswerError> {
                 fix_hint(Q_SENDER_LOGIN_MAPS)
             )));
         };
+        let opened = table.matches('{').count();
+        if opened != table.matches('}').count() {
+            return Err(AnswerError::new(
+                Q_SENDER_LOGIN_MAPS,
+                value,
+                format!("{table:?} has unbalanced braces; write inline tables as inline:{{ key=value }}"),
+            ));
+        }
         if kind.is_empty() || name.is_empty() {
             return Err(AnswerError::new(
                 Q_SENDER_LOGIN_MAPS,
@@ -424,6 +435,24 @@ mod tests {
         assert_eq!(err.question, Q_SENDER_LOGIN_MAPS);
         values[3] = "hash:";
         assert!(raw(values).is_err());
+    }
+
+    #[test]
+    fn map_with_unbalanced_braces_rejected() {
+        let mut values = GOOD;
+        values[3] = "inline:{ a@example.test=a";
+        let err = raw(values).unwrap_err();
+        assert!(err.problem.contains("unbalanced braces"), "{}", err.problem);
+    }
+
+    #[test]
+    fn dollar_path_accepted() {
+        let mut values = GOOD;
+        values[1] = "${config_directory}/cert.pem";
+        assert_eq!(
+            raw(values).unwrap().tls_cert_file,
+            "${config_directory}/cert.pem"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::dovecot::Dovecot;
 use crate::plan::Plan;
@@ -208,7 +208,23 @@ impl Target {
         }
         self.dovecot
             .check()
-            .context("Dovecot rejected the new configuration")
+            .context("Dovecot rejected the new configuration")?;
+        let SnippetAction::Write(content) = snippet else {
+            return Ok(());
+        };
+        for socket in crate::dovecot::listener_paths(content) {
+            if !self.dovecot.listener_configured(&socket)? {
+                bail!(
+                    "Dovecot does not read {}: its settings have no unix_listener for {} \
+                     afterwards; make {} include conf.d/*.conf, or add the listener yourself \
+                     and answer false to postfix-submission/configure_dovecot",
+                    path.display(),
+                    socket.display(),
+                    self.dovecot.config().display()
+                );
+            }
+        }
+        Ok(())
     }
 
     fn roll_back(&self, saved: &[Saved], old: &Record, error: anyhow::Error) -> anyhow::Error {
@@ -346,9 +362,11 @@ pub fn write_diff(out: &mut dyn Write, name: &str, before: &str, after: &str) ->
         return Ok(());
     }
     let diff = similar::TextDiff::from_lines(before, after);
+    // No context lines: main.cf may hold credentials in settings the package does not
+    // manage (an inline smtp_sasl_password_maps, say), and only changed lines are ours.
     let text = diff
         .unified_diff()
-        .context_radius(2)
+        .context_radius(0)
         .header(name, name)
         .to_string();
     out.write_all(text.as_bytes())
@@ -442,8 +460,15 @@ mod tests {
     #[test]
     fn diff_shows_changed_line() {
         let mut out = Vec::new();
-        write_diff(&mut out, "main.cf", "a = 1\nb = 2\n", "a = 1\nb = 3\n").unwrap();
+        write_diff(
+            &mut out,
+            "main.cf",
+            "secret = x\nb = 2\n",
+            "secret = x\nb = 3\n",
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("-b = 2"), "{text}");
         assert!(text.contains("+b = 3"), "{text}");
         let mut empty = Vec::new();

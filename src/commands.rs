@@ -69,18 +69,29 @@ pub fn apply(
     let version = target.postfix.mail_version()?;
 
     let resolved = preflight::check(&answers, &target.postfix, &target.dovecot, &sources)??;
-    let inputs = Inputs::new(
+    if resolved.tls_cert_file == preflight::SNAKEOIL_CERT {
+        log::warn!(
+            "Postfix presents Debian's self-signed snakeoil certificate, which mail programs \
+             warn about or reject; set postfix-submission/tls_cert_file and tls_key_file to \
+             a certificate for {} (for example from Let's Encrypt)",
+            target.postfix.expanded_parameter("myhostname")?
+        );
+    }
+    let current = read_current(&target.postfix, &record)?;
+    let chroot = smtpd_chroot(&current);
+    let mut inputs = Inputs::new(
         &answers,
         &resolved.tls_cert_file,
         &resolved.tls_key_file,
         version,
         &resolved.auth_socket,
     );
-    let current = read_current(&target.postfix, &record)?;
+    inputs.smtpd_chroot = chroot.clone();
     let mut notices = Vec::new();
     let mut desired = templates.desired(&inputs)?;
     plan::use_existing_entries(&mut desired, &current, &record, &mut notices);
-    let mut before = render_before(&record, &templates, &target.postfix, &sources, version);
+    let facts = (version, chroot.as_str());
+    let mut before = render_before(&record, &templates, &target.postfix, &sources, facts);
     if let Some(before) = before.as_mut() {
         plan::use_existing_entries(before, &current, &record, &mut Vec::new());
     }
@@ -186,18 +197,31 @@ fn render_before(
     templates: &Templates,
     postfix: &Postfix,
     sources: &CertSources,
-    version: crate::postfix::Version,
+    (version, chroot): (crate::postfix::Version, &str),
 ) -> Option<Desired> {
     let answers = record.answers.as_ref()?;
     let resolved = preflight::resolve(answers, postfix, sources).ok()?;
-    let inputs = Inputs::new(
+    let mut inputs = Inputs::new(
         answers,
         &resolved.tls_cert_file,
         &resolved.tls_key_file,
         version,
         &resolved.auth_socket,
     );
+    inputs.smtpd_chroot = chroot.to_string();
     templates.desired(&inputs).ok()
+}
+
+/// Returns the chroot column of the port-25 smtpd entry, so that the submission services
+/// run chrooted exactly when it does (lookup tables that use a socket outside the queue
+/// directory, such as mysql on localhost, work only without chroot).
+fn smtpd_chroot(current: &Current) -> String {
+    current
+        .entries
+        .get("smtp/inet")
+        .and_then(|entry| entry.fields.split_whitespace().nth(4))
+        .unwrap_or("y")
+        .to_string()
 }
 
 /// Decides the Dovecot snippet and records it in the plan's record.

@@ -59,8 +59,9 @@ impl Dovecot {
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             bail!(
-                "'doveconf -c {} -n' failed: {}",
+                "'doveconf -c {} {}' failed: {}",
                 self.config.display(),
+                args.join(" "),
                 stderr.trim()
             );
         }
@@ -92,6 +93,19 @@ impl Dovecot {
         };
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
     }
+}
+
+/// Returns the sockets of the `unix_listener` sections in a configuration text.
+pub fn listener_paths(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("unix_listener"))
+                .then(|| words.next())
+                .flatten()
+                .map(|w| PathBuf::from(w.trim_matches('"')))
+        })
+        .collect()
 }
 
 /// Finds `unix_listener SOCKET {` in `doveconf -n` output.

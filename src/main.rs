@@ -59,6 +59,16 @@ fn run(cli: &Cli) -> Result<()> {
         letsencrypt_live: cli.letsencrypt_dir.clone(),
         reload: !cli.no_reload,
     };
+    let writes = match cli.command {
+        Command::Apply { dry_run } | Command::Remove { dry_run } => !dry_run,
+        Command::Status { .. } => false,
+    };
+    if writes && !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "this command changes Postfix's and Dovecot's configuration and must run as \
+             root; --dry-run shows the changes without making them"
+        );
+    }
     match cli.command {
         Command::Apply { dry_run } => {
             debconf::run_under_frontend().context("failed to start a debconf frontend")?;
@@ -73,7 +83,10 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Command::Remove { dry_run } => {
             let mut out = std::io::stdout().lock();
-            commands::remove(&locations, dry_run, &mut out)
+            commands::remove(&locations, dry_run, &mut out).context(
+                "failed to revert the package's changes; fix the problem and run \
+                 'dpkg --remove postfix-submission' (or 'postfix-submission remove') again",
+            )
         }
         Command::Status { format } => {
             let mut out = std::io::stdout().lock();

@@ -304,8 +304,8 @@ pub fn use_existing_entries(
             let bound = name.rsplit_once(':').map(|(_, port)| port);
             if existing_kind == kind && bound.is_some_and(|port| names.contains(&port)) {
                 notices.push(format!(
-                    "master.cf already has {existing}, which listens on the port of {key} on \
-                     one address; remove it, or Postfix cannot listen on both"
+                    "master.cf also has {existing}, on the port of {key} but for one address; \
+                     connections to that address may reach either entry, so remove one of them"
                 ));
             }
         }

@@ -121,6 +121,8 @@ fn postfix_expand(postfix: &Postfix, path: &str) -> String {
 fn describe_choice(answer: &str, resolved: &str) -> String {
     if answer.is_empty() {
         format!("the automatic choice {resolved}")
+    } else if answer != resolved {
+        format!("{answer} (that is, {resolved})")
     } else {
         resolved.to_string()
     }
@@ -185,6 +187,9 @@ fn check_readable(path: &str) -> Result<(), String> {
 fn describe_io_error(error: &std::io::Error) -> String {
     match error.kind() {
         std::io::ErrorKind::NotFound => "file not found".into(),
+        std::io::ErrorKind::PermissionDenied if !nix::unistd::geteuid().is_root() => {
+            "permission denied (run as root)".into()
+        }
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         _ => error.to_string(),
     }

@@ -34,6 +34,8 @@ pub struct Inputs {
     #[serde(skip)]
     pub version: Version,
     pub auth_socket: String,
+    /// The chroot column for new smtpd entries (y, n or -).
+    pub smtpd_chroot: String,
 }
 
 impl Inputs {
@@ -49,6 +51,7 @@ impl Inputs {
             mail_version: version.to_string(),
             version,
             auth_socket: socket.display().to_string(),
+            smtpd_chroot: "y".to_string(),
         }
     }
 }

@@ -642,3 +642,23 @@ fn unused_mua_parameters_removed() {
     let main = fs::read_to_string(sandbox.main_cf()).unwrap();
     assert!(!main.contains("mua_"), "{main}");
 }
+
+#[test]
+fn snippet_outside_includes_rejected() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let config = sandbox.path("dovecot/dovecot.conf");
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("!include_try conf.d/*.conf\n", "");
+    fs::write(&config, text).unwrap();
+    let before = sandbox.fingerprints();
+    let output = sandbox.run(&["apply"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("Dovecot does not read"), "{stderr}");
+    assert!(!sandbox.snippet().exists());
+    assert_eq!(sandbox.fingerprints(), before);
+}
