@@ -116,6 +116,15 @@ impl Target {
             Saved::take(&self.dovecot.snippet_path())?,
         ];
         self.state.save(&pending_record(old, &plan.record))?;
+        if *old == Record::default() {
+            // The originals are kept before the first write, so that a run interrupted
+            // after it still has them.
+            for (file, name) in saved.iter().zip(COPIED_FILES) {
+                if let Some(content) = &file.content {
+                    self.state.write_copy(Copy::Original, name, content)?;
+                }
+            }
+        }
         if let Err(error) = self.write_all(plan, snippet, restore) {
             return Err(self.roll_back(&saved, old, error));
         }
@@ -164,12 +173,13 @@ impl Target {
                 .with_context(|| format!("failed to read {}", file.path.display()))?;
             let original = self.state.read_copy(Copy::Original, name)?;
             let applied = self.state.read_copy(Copy::Applied, name)?;
+            let first_write = *old == Record::default() || old.pending;
             match (original, applied) {
-                (None, _) if *old == Record::default() => {
-                    self.state.write_copy(Copy::Original, name, before)?;
+                (None, _) => {}
+                // The first complete run, possibly after an interrupted one.
+                (Some(_), None) if first_write => {
                     self.state.write_copy(Copy::Applied, name, &now)?;
                 }
-                (None, _) => {}
                 (Some(_), Some(applied)) if applied == *before => {
                     self.state.write_copy(Copy::Applied, name, &now)?;
                 }
@@ -232,6 +242,13 @@ impl Target {
         for file in saved {
             if let Err(e) = file.restore() {
                 problems.push(format!("{e:#}"));
+            }
+        }
+        if *old == Record::default() {
+            for name in COPIED_FILES {
+                if let Err(e) = self.state.remove_copies(name) {
+                    problems.push(format!("{e:#}"));
+                }
             }
         }
         let restored = if *old == Record::default() {

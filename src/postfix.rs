@@ -166,9 +166,34 @@ impl Postfix {
     }
 
     /// Sets main.cf parameters with one `postconf -e` call.
+    ///
+    /// `postconf -e` appends new parameters in the order of a hash table with a random
+    /// seed, so one call for several new parameters writes them in a different order on
+    /// every run. Parameters that main.cf already sets are replaced in place with one call;
+    /// each new one gets a call of its own, so they are appended in sorted order and the
+    /// same answers always give the same file.
     pub fn set_parameters(&self, settings: &[(String, String)]) -> Result<()> {
-        let args: Vec<String> = settings.iter().map(|(n, v)| format!("{n}={v}")).collect();
-        self.edit("-e", &args)
+        if settings.is_empty() {
+            return Ok(());
+        }
+        let path = self.main_cf();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let present = parse_main_cf(&text);
+        let argument = |(n, v): &(String, String)| format!("{n}={v}");
+        let (replaced, appended): (Vec<_>, Vec<_>) = settings
+            .iter()
+            .partition(|(name, _)| present.contains_key(name));
+        self.edit(
+            "-e",
+            &replaced.into_iter().map(argument).collect::<Vec<_>>(),
+        )?;
+        let mut appended = appended;
+        appended.sort();
+        for setting in appended {
+            self.edit("-e", &[argument(setting)])?;
+        }
+        Ok(())
     }
 
     /// Deletes main.cf parameters with one `postconf -X` call.

@@ -662,3 +662,89 @@ fn snippet_outside_includes_rejected() {
     assert!(!sandbox.snippet().exists());
     assert_eq!(sandbox.fingerprints(), before);
 }
+
+/// Runs `apply` with a postconf wrapper first in PATH that kills the binary right after
+/// its first `postconf -e`, as a power cut or an OOM kill would.
+fn apply_killed_after_first_write(sandbox: &Sandbox) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+
+    let bin = sandbox.path("kill-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("postconf");
+    fs::write(
+        &wrapper,
+        "#!/bin/sh\n/usr/sbin/postconf \"$@\"\nstatus=$?\n\
+         case \" $* \" in *\" -e \"*) kill -9 $PPID ;; esac\nexit $status\n",
+    )
+    .unwrap();
+    fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new(env!("CARGO_BIN_EXE_postfix-submission"))
+        .arg("--config-dir")
+        .arg(sandbox.postfix_dir())
+        .arg("--dovecot-config")
+        .arg(sandbox.path("dovecot/dovecot.conf"))
+        .arg("--state-dir")
+        .arg(sandbox.path("state"))
+        .arg("--templates-dir")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
+        .arg("--letsencrypt-dir")
+        .arg(sandbox.path("letsencrypt/live"))
+        .arg("--no-reload")
+        .arg("apply")
+        .env("PATH", path)
+        .env("DEBCONF_SYSTEMRC", sandbox.path("debconf/debconf.conf"))
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env_remove("DEBIAN_HAS_FRONTEND")
+        .env_remove("DEBCONF_REDIR")
+        .env_remove("MAIL_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn interrupted_first_apply_completes_and_removes_exactly() {
+    if !tools_present() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let reference = Sandbox::new();
+    let main_before = fs::read(sandbox.main_cf()).unwrap();
+    let master_before = fs::read(sandbox.master_cf()).unwrap();
+    apply_killed_after_first_write(&sandbox);
+    let interrupted = fs::read_to_string(sandbox.state_file()).unwrap();
+    assert!(interrupted.contains("\"pending\": true"), "{interrupted}");
+    assert_eq!(
+        fs::read(sandbox.master_cf()).unwrap(),
+        master_before,
+        "master.cf written early"
+    );
+
+    apply_ok(&sandbox);
+    apply_ok(&reference);
+    // The sandboxes were set up with postconf calls whose order of appended parameters
+    // varies, so the settings are compared, not the bytes.
+    for query in ["-n", "-M", "-P"] {
+        let resumed = sandbox.postconf(&[query]);
+        let uninterrupted = reference.postconf(&[query]);
+        // The sandboxes differ only in their temporary directory names.
+        let resumed = resumed.replace(&sandbox.dir.path().display().to_string(), "SANDBOX");
+        let uninterrupted =
+            uninterrupted.replace(&reference.dir.path().display().to_string(), "SANDBOX");
+        assert_eq!(
+            resumed, uninterrupted,
+            "postconf {query} differs from an uninterrupted run"
+        );
+    }
+    let stderr = apply_ok(&sandbox);
+    assert!(stderr.contains("up to date"), "{stderr}");
+
+    sandbox.run_ok(&["remove"]);
+    assert_eq!(fs::read(sandbox.main_cf()).unwrap(), main_before);
+    assert_eq!(fs::read(sandbox.master_cf()).unwrap(), master_before);
+}
