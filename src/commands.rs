@@ -69,6 +69,18 @@ pub fn apply(
     let version = target.postfix.mail_version()?;
 
     let resolved = preflight::check(&answers, &target.postfix, &target.dovecot, &sources)??;
+    if !target
+        .postfix
+        .parameter("smtpd_tls_chain_files")?
+        .trim()
+        .is_empty()
+    {
+        log::warn!(
+            "main.cf sets smtpd_tls_chain_files, which Postfix uses instead of \
+             smtpd_tls_cert_file and smtpd_tls_key_file: the certificate checked and \
+             configured here is not the one Postfix presents"
+        );
+    }
     if resolved.tls_cert_file == preflight::SNAKEOIL_CERT {
         log::warn!(
             "Postfix presents Debian's self-signed snakeoil certificate, which mail programs \

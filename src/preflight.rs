@@ -145,7 +145,8 @@ fn check_certificate(
     if cert.is_empty() {
         return Err(cert_error(
             "no certificate: the answer is empty (automatic), but there is no Let's Encrypt \
-             certificate for myhostname and main.cf names no smtpd_tls_cert_file"
+             certificate for myhostname and main.cf names no smtpd_tls_cert_file (the \
+             package does not read smtpd_tls_chain_files)"
                 .into(),
         ));
     }
@@ -226,6 +227,9 @@ pub struct CertificateFacts {
 
 /// Reads a certificate's facts with openssl; the error is a one-line description.
 pub fn certificate_facts(cert: &str, key: &str) -> Result<CertificateFacts, String> {
+    if cert.is_empty() {
+        return Err("main.cf names no smtpd_tls_cert_file".into());
+    }
     check_readable(cert).map_err(|p| format!("{cert}: {p}"))?;
     let text = openssl_public_key(&["x509", "-noout", "-subject", "-enddate", "-in", cert])
         .map_err(|p| format!("{cert}: {p}"))?;
@@ -296,6 +300,13 @@ fn check_maps(value: &str, supported: &[String]) -> Result<(), AnswerError> {
                 Q_SENDER_LOGIN_MAPS,
                 value,
                 format!("{table}: the table name must be an absolute path"),
+            ));
+        }
+        if Path::new(&file).exists() && !Path::new(&file).is_file() {
+            return Err(AnswerError::new(
+                Q_SENDER_LOGIN_MAPS,
+                value,
+                format!("{table}: {file} is not a regular file"),
             ));
         }
         if !Path::new(&file).is_file() {
