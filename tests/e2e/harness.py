@@ -81,11 +81,12 @@ def format_result(result):
     )
 
 
-def run(args, *, check=True, input=None, env=None, timeout=COMMAND_TIMEOUT):
+def run(args, *, check=True, input=None, env=None, timeout=COMMAND_TIMEOUT, cwd=None):
     """Run a command with captured text output and return the CompletedProcess.
 
     Raises CommandFailed with the output when check is true and the exit status is not
     zero. stdin is /dev/null unless input is given, so no tool can wait for a terminal.
+    env adds to the current environment, and cwd is the working directory.
     """
     full_env = dict(os.environ)
     if env:
@@ -98,6 +99,7 @@ def run(args, *, check=True, input=None, env=None, timeout=COMMAND_TIMEOUT):
         text=True,
         env=full_env,
         timeout=timeout,
+        cwd=cwd,
     )
     if check and result.returncode != 0:
         raise CommandFailed(format_result(result))
