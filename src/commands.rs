@@ -101,6 +101,8 @@ pub fn apply(
     inputs.smtpd_chroot = chroot.clone();
     let mut notices = Vec::new();
     let mut desired = templates.desired(&inputs)?;
+    let mut current = current;
+    add_unlisted_parameters(&mut current, &target.postfix, desired.parameters.keys())?;
     plan::use_existing_entries(&mut desired, &current, &record, &mut notices);
     let facts = (version, chroot.as_str());
     let mut before = render_before(&record, &templates, &target.postfix, &sources, facts);
@@ -184,21 +186,31 @@ pub fn remove(locations: &Locations, dry_run: bool, out: &mut dyn Write) -> Resu
 /// such as the package's mua_* lists once their services are gone, so the parameters in
 /// the record that it did not list are looked up in main.cf itself.
 fn read_current(postfix: &Postfix, record: &Record) -> Result<Current> {
-    let mut parameters = postfix.explicit_parameters()?;
-    let unlisted: Vec<&str> = record
-        .parameters
-        .keys()
-        .filter(|name| !parameters.contains_key(*name))
+    let mut current = Current {
+        parameters: postfix.explicit_parameters()?,
+        defaults: postfix.default_parameters()?,
+        entries: postfix.master_entries()?,
+    };
+    add_unlisted_parameters(&mut current, postfix, record.parameters.keys())?;
+    Ok(current)
+}
+
+/// Adds those of `names` that main.cf sets but `postconf -n` did not list.
+fn add_unlisted_parameters<'a>(
+    current: &mut Current,
+    postfix: &Postfix,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<()> {
+    let unlisted: Vec<&str> = names
+        .filter(|name| !current.parameters.contains_key(*name))
         .map(String::as_str)
         .collect();
     if !unlisted.is_empty() {
-        parameters.extend(postfix.unused_parameters(&unlisted)?);
+        current
+            .parameters
+            .extend(postfix.unused_parameters(&unlisted)?);
     }
-    Ok(Current {
-        parameters,
-        defaults: postfix.default_parameters()?,
-        entries: postfix.master_entries()?,
-    })
+    Ok(())
 }
 
 /// Renders the answers of the last complete run with today's templates, so that the plan

@@ -152,8 +152,14 @@ impl Setting<'_> {
             .wanted_before
             .is_some_and(|before| !(self.compare)(before, wanted));
         let hand_edited = self.hand_edited(change);
-        if !hand_edited || answer_changed || self.current_satisfies(wanted) {
-            let mut decision = self.write_if_needed(wanted);
+        if !hand_edited || answer_changed {
+            // The file holds the package's own value, or the answer changed: follow the
+            // answers and templates exactly.
+            let mut decision = if self.same(self.current, Some(wanted)) {
+                Decision::Keep
+            } else {
+                Decision::Write(wanted.to_string())
+            };
             // Going back to the default of a setting that was unset before the package
             // wrote it unsets it again, instead of writing the default out.
             let wanted_is_default = self.default.is_some_and(|d| (self.compare)(d, wanted));
@@ -167,6 +173,12 @@ impl Setting<'_> {
                 _ => true,
             };
             return (decision, Some(kept));
+        }
+        if self.current_satisfies(wanted) {
+            // The admin's value already gives what the package asks for: it stays theirs.
+            kept.applied = wanted.to_string();
+            kept.written = false;
+            return (Decision::Keep, Some(kept));
         }
         plan.notices.push(format!(
             "kept the hand-edited {} = {}; the package would set {}",
@@ -875,6 +887,30 @@ mod tests {
         assert!(second.writes_nothing());
         let removal = compute(&Desired::default(), None, &now, &second.record);
         assert!(removal.writes_nothing(), "{removal:?}");
+    }
+
+    #[test]
+    fn template_change_rolls_out_over_own_value() {
+        let relay = "smtpd_relay_restrictions";
+        let old = desired(
+            &[(
+                relay,
+                "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+            )],
+            &[],
+        );
+        let mut now = current(&[], &[]);
+        let first = compute(&old, None, &now, &Record::default());
+        apply(&first, &old, &mut now);
+        let new = desired(
+            &[(
+                relay,
+                "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
+            )],
+            &[],
+        );
+        let upgrade = compute(&new, Some(&new), &now, &first.record);
+        assert_eq!(upgrade.set_parameters.len(), 1, "{upgrade:?}");
     }
 
     #[test]

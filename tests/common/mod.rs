@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -290,5 +291,67 @@ impl Sandbox {
 
     pub fn fingerprints(&self) -> [Fingerprint; 2] {
         [fingerprint(&self.main_cf()), fingerprint(&self.master_cf())]
+    }
+
+    /// Runs postconf on the sandbox's configuration and returns its stdout and stderr, or
+    /// an error message with postconf's stderr, for callers that report failures themselves.
+    pub fn try_postconf(&self, args: &[&str]) -> Result<(String, String), String> {
+        let output = Command::new("postconf")
+            .arg("-c")
+            .arg(self.postfix_dir())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("failed to run postconf {}: {e}", args.join(" ")))?;
+        if !output.status.success() {
+            return Err(format!(
+                "postconf {} failed ({}): {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok((
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ))
+    }
+
+    /// Returns every answer in the private debconf database, by question name without
+    /// the package prefix.
+    pub fn answers(&self) -> BTreeMap<String, String> {
+        let output = run_checked(
+            Command::new("debconf-show")
+                .arg("postfix-submission")
+                .env("DEBCONF_SYSTEMRC", self.debconf_rc()),
+        );
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.lines()
+            .filter_map(|l| {
+                let line = l.trim_start_matches(['*', ' ']);
+                let (name, value) = line.split_once(':')?;
+                let name = name.strip_prefix("postfix-submission/")?;
+                Some((name.to_string(), value.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// Deletes the private debconf database and registers the questions again, so that
+    /// every answer is back at its template default, as after a purge.
+    pub fn reset_debconf(&self) {
+        fs::remove_dir_all(self.path("debconf")).unwrap();
+        self.make_debconf();
+    }
+
+    /// Copies the repository's templates into the sandbox directory NAME and returns it.
+    pub fn copy_templates(&self, name: &str) -> PathBuf {
+        let target = self.path(name);
+        fs::create_dir_all(&target).unwrap();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+        for entry in fs::read_dir(&source).unwrap() {
+            let entry = entry.unwrap();
+            fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+        }
+        target
     }
 }
