@@ -683,26 +683,10 @@ fn apply_killed_after_first_write(sandbox: &Sandbox) -> std::process::Output {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    std::process::Command::new(env!("CARGO_BIN_EXE_postfix-submission"))
-        .arg("--config-dir")
-        .arg(sandbox.postfix_dir())
-        .arg("--dovecot-config")
-        .arg(sandbox.path("dovecot/dovecot.conf"))
-        .arg("--state-dir")
-        .arg(sandbox.path("state"))
-        .arg("--templates-dir")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"))
-        .arg("--letsencrypt-dir")
-        .arg(sandbox.path("letsencrypt/live"))
-        .arg("--no-reload")
-        .arg("apply")
+    let templates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates");
+    sandbox
+        .command(&["apply"], &templates)
         .env("PATH", path)
-        .env("DEBCONF_SYSTEMRC", sandbox.path("debconf/debconf.conf"))
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .env_remove("DEBIAN_HAS_FRONTEND")
-        .env_remove("DEBCONF_REDIR")
-        .env_remove("MAIL_CONFIG")
-        .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
 }

@@ -254,7 +254,16 @@ impl Sandbox {
     }
 
     pub fn run_with_templates(&self, args: &[&str], templates: &Path) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_postfix-submission"))
+        self.command(args, templates)
+            .output()
+            .expect("the binary runs")
+    }
+
+    /// Builds the command that runs the binary on the sandbox, for callers that change
+    /// its environment before running it.
+    pub fn command(&self, args: &[&str], templates: &Path) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_postfix-submission"));
+        command
             .arg("--config-dir")
             .arg(self.postfix_dir())
             .arg("--dovecot-config")
@@ -272,9 +281,8 @@ impl Sandbox {
             .env_remove("DEBCONF_REDIR")
             .env_remove("DEBIAN_FRONTEND")
             .env_remove("MAIL_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("the binary runs")
+            .stdin(Stdio::null());
+        command
     }
 
     /// Runs the binary and asserts success, returning stdout and stderr.
