@@ -18,7 +18,7 @@ use crate::postfix::MasterEntry;
 use crate::render::{Desired, DesiredEntry};
 use crate::state::{Change, EntryRecord, Record};
 
-/// What main.cf and master.cf hold now.
+/// The settings that main.cf and master.cf contain now.
 #[derive(Debug, Clone, Default)]
 pub struct Current {
     pub parameters: BTreeMap<String, String>,
@@ -64,7 +64,7 @@ impl Plan {
     }
 }
 
-/// What to do with one setting.
+/// The action to take on one setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Decision {
     Keep,
@@ -108,8 +108,8 @@ impl Setting<'_> {
         }
     }
 
-    /// A hand edit is a current value that differs from the one applied, except while an
-    /// interrupted run had recorded a change that it had not written yet.
+    /// Tells whether the current value is a hand edit: one that differs from the value
+    /// applied, except while an interrupted run had recorded a change it had not written.
     fn hand_edited(&self, change: &Change) -> bool {
         let unwritten = self.pending && self.same(self.current, change.original.as_deref());
         !self.same(self.current, Some(&change.applied)) && !unwritten

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import harness as h
 import lifecycle_support as ls
-from test_submission import count_outcomes
+from test_submission import report_summary
 
 CERTIFICATE_QUESTIONS = ("tls_cert_file", "tls_key_file")
 
@@ -829,16 +829,7 @@ def main():
         ls.stop_servers()
         if "E2E_WORK_DIR" not in os.environ and _work_dir is not None:
             shutil.rmtree(_work_dir, ignore_errors=True)
-    passed, failed, skipped = count_outcomes(result)
-    summary = f"e2e: {passed} passed, {failed} failed"
-    if skipped:
-        summary += f", {skipped} skipped"
-    summary_file = os.environ.get("E2E_SUMMARY_FILE")
-    if summary_file:
-        Path(summary_file).write_text(summary + "\n")
-    else:
-        print(summary)
-    return 0 if failed == 0 else 1
+    return report_summary(result)
 
 
 if __name__ == "__main__":

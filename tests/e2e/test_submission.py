@@ -485,6 +485,21 @@ class SubmissionPackage(unittest.TestCase):
         self.assertEqual(h.debconf_show(), "", "debconf still has answers after purge")
 
 
+def report_summary(result):
+    """Write the "e2e: N passed, M failed" line to E2E_SUMMARY_FILE, or print it, and
+    return the exit status."""
+    passed, failed, skipped = count_outcomes(result)
+    summary = f"e2e: {passed} passed, {failed} failed"
+    if skipped:
+        summary += f", {skipped} skipped"
+    summary_file = os.environ.get("E2E_SUMMARY_FILE")
+    if summary_file:
+        Path(summary_file).write_text(summary + "\n")
+    else:
+        print(summary)
+    return 0 if failed == 0 else 1
+
+
 def count_outcomes(result):
     """Return (passed, failed, skipped) counted per test method.
 
@@ -516,16 +531,7 @@ def main():
         return 0
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(SubmissionPackage)
     result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2).run(suite)
-    passed, failed, skipped = count_outcomes(result)
-    summary = f"e2e: {passed} passed, {failed} failed"
-    if skipped:
-        summary += f", {skipped} skipped"
-    summary_file = os.environ.get("E2E_SUMMARY_FILE")
-    if summary_file:
-        Path(summary_file).write_text(summary + "\n")
-    else:
-        print(summary)
-    return 0 if failed == 0 else 1
+    return report_summary(result)
 
 
 if __name__ == "__main__":
